@@ -1,0 +1,1 @@
+"""triobot's benchmark suite (pyperf). Run ``python -m bench --help``."""

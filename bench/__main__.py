@@ -1,0 +1,54 @@
+"""Run the benchmark suite and print the ratio table.
+
+    python -m bench                 # full pyperf run (20 processes per benchmark)
+    python -m bench --quick         # 3 processes x 3 values: a minute or two
+    python -m bench --only lru,pool # some groups only
+
+Writes the pyperf JSON to bench/results/suite-<UTC time>.json and the table to
+bench/results/latest.md. Ratios are computed inside one run only: these
+machines are noisy, so absolute times from different runs are not compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyperf
+
+from bench import table
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 processes x 3 values per benchmark")
+    parser.add_argument("--only", default="", help="comma-separated groups (e.g. lru,ratewin)")
+    parser.add_argument("--output", type=Path, help="pyperf JSON path (default: bench/results/suite-<time>.json)")
+    args = parser.parse_args(argv)
+
+    RESULTS.mkdir(exist_ok=True)
+    output = (args.output or RESULTS / f"suite-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json").resolve()
+    cmd = [sys.executable, str(BENCH_DIR / "suite.py"), "--output", str(output)]
+    if args.quick:
+        cmd += ["--processes", "3", "--values", "3", "--warmups", "1"]
+    if args.only:
+        cmd += ["--only", args.only]
+    # Run from outside the checkout so the installed fastcore is the one measured.
+    subprocess.run(cmd, check=True, cwd=RESULTS)
+
+    suite = pyperf.BenchmarkSuite.load(str(output))
+    report = f"{table.machine(suite)}\n\n{table.markdown(suite)}\n"
+    (RESULTS / "latest.md").write_text(f"Command: python -m bench {' '.join(argv or sys.argv[1:])}\n\n{report}")
+    print(report)
+    print(f"results: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
