@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 import pytest
+
+# `bench` lives in the checkout, not in the installed package. Append (never
+# prepend) the checkout so an installed fastcore, with its compiled modules,
+# still wins over the source tree.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from fastcore._select import pure_forced
 
