@@ -26,6 +26,9 @@ class PoolExhausted(Exception):
 
 
 _NOT_LEASED = object()
+_INACTIVE = object()  # Lease._obj between leases (a pool may hand out None)
+_new_object = object.__new__
+_isfinite = math.isfinite
 
 
 def _count_arg(value, name: str, minimum: int) -> int:
@@ -69,7 +72,7 @@ class ObjectPool:
         "_factory", "_reset", "_validate", "_clock", "_destroy",
         "_max_idle", "_max_total", "_idle_ttl",
         "_idle", "_released_at", "_in_use",
-        "_created", "_reused", "_destroyed",
+        "_created", "_reused", "_destroyed", "__weakref__",
     )
 
     __class_getitem__ = classmethod(GenericAlias)
@@ -107,12 +110,12 @@ class ObjectPool:
         Raises PoolExhausted when max_total objects are alive and none is
         idle. An idle object that fails validate() (or whose validate()
         raises) is destroyed; after a False the next one is tried, an
-        exception propagates. Exceptions from factory() and clock() propagate
-        with the pool unchanged.
+        exception propagates. Exceptions from clock() and factory() propagate
+        with nothing leased or counted as created.
         """
         idle = self._idle
         if self._idle_ttl is not None:
-            self._evict_expired(_seconds(self._clock(), "clock()"))
+            self._evict_expired(self._now())
         validate = self._validate
         while idle:
             obj = idle.pop()
@@ -136,8 +139,10 @@ class ObjectPool:
                 f"pool exhausted: max_total={self._max_total} objects in use and none idle"
             )
         obj = self._factory()
-        if in_use.setdefault(id(obj), obj) is not obj or len(in_use) == 0:
+        key = id(obj)
+        if key in in_use:
             raise PoolError("factory returned an object that is already leased")
+        in_use[key] = obj
         self._created += 1
         return obj
 
@@ -155,7 +160,7 @@ class ObjectPool:
             raise PoolError(f"release of an object not leased from this pool: {type(obj).__name__}")
         if self._idle_ttl is not None:
             try:
-                now = _seconds(self._clock(), "clock()")
+                now = self._now()
             except BaseException:
                 self._in_use[key] = obj
                 raise
@@ -166,16 +171,21 @@ class ObjectPool:
             except BaseException:
                 self._drop(obj)
                 raise
-        self._idle.append(obj)
+        idle = self._idle
+        idle.append(obj)
         if self._idle_ttl is not None:
             self._released_at.append(now)
             self._evict_expired(now)
-        while len(self._idle) > self._max_idle:
+        while len(idle) > self._max_idle:
             self._drop_cold()
 
     def lease(self) -> Lease:
         """A context manager: ``with pool.lease() as obj:`` acquires, then always releases."""
-        return Lease(self)
+        # Lease(self) minus its argument check: self is a pool.
+        lease = _new_object(Lease)
+        lease._pool = self
+        lease._obj = _INACTIVE
+        return lease
 
     # -- eviction -------------------------------------------------------
 
@@ -191,7 +201,7 @@ class ObjectPool:
         if self._idle_ttl is None:
             return 0
         if now is None:
-            now = _seconds(self._clock(), "clock()")
+            now = self._now()
         return self._evict_expired(now)
 
     def clear(self) -> int:
@@ -201,6 +211,12 @@ class ObjectPool:
             self._drop_cold()
             dropped += 1
         return dropped
+
+    def _now(self) -> float:
+        now = self._clock()
+        if type(now) is float and _isfinite(now):
+            return now
+        return _seconds(now, "clock()")
 
     def _evict_expired(self, now: float) -> int:
         # Release times grow from the cold end, so the expired objects are a
@@ -274,7 +290,7 @@ class Lease:
     never suppressed.
     """
 
-    __slots__ = ("_pool", "_obj", "_active")
+    __slots__ = ("_pool", "_obj")
 
     __class_getitem__ = classmethod(GenericAlias)
 
@@ -282,22 +298,18 @@ class Lease:
         if not isinstance(pool, ObjectPool):
             raise TypeError(f"pool must be an ObjectPool, not {type(pool).__name__}")
         self._pool = pool
-        self._obj = None
-        self._active = False
+        self._obj = _INACTIVE
 
     def __enter__(self):
-        if self._active:
+        if self._obj is not _INACTIVE:
             raise RuntimeError("lease is already active")
-        obj = self._pool.acquire()
-        self._obj = obj
-        self._active = True
+        obj = self._obj = self._pool.acquire()
         return obj
 
     def __exit__(self, exc_type, exc, tb):
-        if not self._active:
-            raise RuntimeError("lease is not active")
         obj = self._obj
-        self._obj = None
-        self._active = False
+        if obj is _INACTIVE:
+            raise RuntimeError("lease is not active")
+        self._obj = _INACTIVE
         self._pool.release(obj)
         return False

@@ -1,0 +1,56 @@
+from types import TracebackType
+from typing import Callable, Generic, Literal, TypedDict, TypeVar
+
+__all__ = ["Lease", "ObjectPool", "PoolError", "PoolExhausted"]
+
+_T = TypeVar("_T")
+
+class PoolError(ValueError): ...
+class PoolExhausted(Exception): ...
+
+class _PoolStats(TypedDict):
+    created: int
+    reused: int
+    destroyed: int
+    in_use: int
+    idle: int
+
+class ObjectPool(Generic[_T]):
+    def __init__(
+        self,
+        factory: Callable[[], _T],
+        *,
+        max_idle: int,
+        max_total: int | None = None,
+        reset: Callable[[_T], object] | None = None,
+        validate: Callable[[_T], object] | None = None,
+        idle_ttl: float | None = None,
+        clock: Callable[[], float] | None = None,
+        destroy: Callable[[_T], object] | None = None,
+    ) -> None: ...
+    def acquire(self) -> _T: ...
+    def release(self, obj: _T) -> None: ...
+    def lease(self) -> Lease[_T]: ...
+    def evict(self, now: float | None = None) -> int: ...
+    def clear(self) -> int: ...
+    def stats(self) -> _PoolStats: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def max_idle(self) -> int: ...
+    @property
+    def max_total(self) -> int | None: ...
+    @property
+    def idle_ttl(self) -> float | None: ...
+
+class Lease(Generic[_T]):
+    def __init__(self, pool: ObjectPool[_T]) -> None: ...
+    def __enter__(self) -> _T: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]: ...
