@@ -22,3 +22,11 @@ def test_targets_name_real_variants(group):
     for other, ratio in group.TARGETS:
         assert other in group.VARIANTS and other != group.SUBJECT
         assert ratio > 0
+
+
+def test_state_write_counts_meet_target():
+    from bench.workloads import shell_statewrites
+
+    counts = shell_statewrites.WRITE_COUNTS(300)
+    assert counts["write-through"] == 300
+    assert counts["write-behind"] <= 1
