@@ -1,0 +1,1 @@
+"""Monitoring: alerts, the memory monitor, and (later) metrics, health and dashboards."""
