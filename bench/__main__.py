@@ -2,17 +2,20 @@
 
     python -m bench                 # full pyperf run (20 processes per benchmark)
     python -m bench --quick         # 3 processes x 3 values: a minute or two
-    python -m bench --only lru,pool # some groups only ("state-writes" names the write counts)
+    python -m bench --only lru,pool # some groups only (also: state-writes, analytics-latency)
 
 Writes the pyperf JSON to bench/results/suite-<UTC time>.json and the table to
-bench/results/latest.md. After the timing table comes a count table: state
-file writes per 1000 requests, write-behind vs write-through (counts, not time). Ratios are computed inside one run only: these
-machines are noisy, so absolute times from different runs are not compared.
+bench/results/latest.md. After the timing table come the count tables
+(REPORTS below): state-file writes, write-behind vs write-through; analytics
+emit() latency percentiles and SQLite transactions per 10,000 events.
+Ratios are computed inside one run only: these machines are noisy, so
+absolute times from different runs are not compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 import time
@@ -24,7 +27,13 @@ from bench import table
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
-WRITES = "state-writes"
+# Count tables printed after the timing table: name (for --only) -> module
+# path; each module has markdown() -> str. They measure counts and latency
+# distributions, which pyperf's mean-time model does not fit.
+REPORTS = {
+    "state-writes": "bench.workloads.shell_statewrites",
+    "analytics-latency": "bench.workloads.shell_analytics",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         cmd += ["--processes", "3", "--values", "3", "--warmups", "1"]
     only = {name for name in args.only.split(",") if name}
-    timed = only - {WRITES}
+    timed = only - set(REPORTS)
     if timed:
         cmd += ["--only", ",".join(sorted(timed))]
     report = ""
@@ -49,10 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, check=True, cwd=RESULTS)
         suite = pyperf.BenchmarkSuite.load(str(output))
         report = f"{table.machine(suite)}\n\n{table.markdown(suite)}\n"
-    if WRITES in only or not only:
-        from bench.workloads import shell_statewrites
-
-        report += f"\n{shell_statewrites.markdown()}\n"
+    for name, module_name in REPORTS.items():
+        if name in only or not only:
+            report += f"\n{importlib.import_module(module_name).markdown()}\n"
     (RESULTS / "latest.md").write_text(f"Command: python -m bench {' '.join(argv or sys.argv[1:])}\n\n{report}")
     print(report)
     if timed or not only:
