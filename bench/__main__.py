@@ -2,12 +2,13 @@
 
     python -m bench                 # full pyperf run (20 processes per benchmark)
     python -m bench --quick         # 3 processes x 3 values: a minute or two
-    python -m bench --only lru,pool # some groups only (also: state-writes, analytics-latency)
+    python -m bench --only lru,pool # some groups only (also: state-writes, analytics-latency, turn-bytes)
 
 Writes the pyperf JSON to bench/results/suite-<UTC time>.json and the table to
 bench/results/latest.md. After the timing table come the count tables
 (REPORTS below): state-file writes, write-behind vs write-through; analytics
-emit() latency percentiles and SQLite transactions per 10,000 events.
+emit() latency percentiles and SQLite transactions per 10,000 events;
+bytes per stored conversation turn, compressed vs plain.
 Ratios are computed inside one run only: these machines are noisy, so
 absolute times from different runs are not compared.
 """
@@ -33,6 +34,7 @@ RESULTS = BENCH_DIR / "results"
 REPORTS = {
     "state-writes": "bench.workloads.shell_statewrites",
     "analytics-latency": "bench.workloads.shell_analytics",
+    "turn-bytes": "bench.workloads.shell_turns",
 }
 
 

@@ -7,6 +7,6 @@ function ``f(loops) -> seconds``) and ``TARGETS`` (list of
 A time function times only the measured loop, never its set-up.
 """
 
-from bench.workloads import framing, lru, patterns, pool, ratewin, shell_analytics, shell_cache, shell_coalescer, shell_ratelimit
+from bench.workloads import framing, lru, patterns, pool, ratewin, shell_analytics, shell_cache, shell_coalescer, shell_ratelimit, shell_turns
 
-GROUPS = (lru, ratewin, patterns, framing, pool, shell_coalescer, shell_cache, shell_ratelimit, shell_analytics)
+GROUPS = (lru, ratewin, patterns, framing, pool, shell_coalescer, shell_cache, shell_ratelimit, shell_analytics, shell_turns)
