@@ -32,6 +32,18 @@ from shell.analytics.aggregate import MAX_LABELS, OTHER_LABEL, AggregateRow, Win
 from shell.analytics.report import build_report, parse_duration
 from shell.analytics.writer import MIGRATIONS, SCHEMA_VERSION, migrate
 from shell.cli import main
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """pytest-trio's autojump clock, but jumping after 1 ms of real idleness.
+
+    With ``autojump_threshold=0`` trio polls without sleeping while a SQLite
+    worker thread runs, and the poll starves the thread of the GIL (about
+    100 ms per to_thread call), which made this file take ten minutes. Mock
+    time stays exact either way: it only moves by jumps.
+    """
+    return trio.testing.MockClock(autojump_threshold=0.001)
 from shell.monitor.alerts import AlertLog
 from shell.ratelimit import WallClock
 from shell.timers import TimerWheel
