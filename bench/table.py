@@ -46,7 +46,7 @@ def rows(suite: pyperf.BenchmarkSuite) -> list[dict]:
 
 def markdown(suite: pyperf.BenchmarkSuite) -> str:
     lines = [
-        "| group | variant | time per loop (mean ± sd) | compiled / variant | target | met |",
+        "| group | variant | time per loop (mean ± sd) | subject / variant | target | met |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows(suite):
@@ -57,7 +57,8 @@ def markdown(suite: pyperf.BenchmarkSuite) -> str:
         else:
             met = "yes" if row["ratio"] <= row["target"] else "**MISSED**"
         spread = f"{_format_time(row['mean'])} ± {_format_time(row['stdev'])}"
-        lines.append(f"| {row['group']} | {row['variant']} | {spread} | {ratio} | {target} | {met} |")
+        name = f"**{row['variant']}** (subject)" if row["ratio"] is None else row["variant"]
+        lines.append(f"| {row['group']} | {name} | {spread} | {ratio} | {target} | {met} |")
     return "\n".join(lines)
 
 

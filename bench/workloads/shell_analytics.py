@@ -191,7 +191,7 @@ def TRANSACTIONS(events: int = RATE) -> dict[str, int]:  # noqa: N802
                 assert stats["rows_written"] == events - stats["sampled_out"], "events were lost"
                 return stats["commits"], stats["rows_written"]
 
-        counts[mode], counts["rows"] = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        counts[mode], counts["rows"] = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.001))
     counts["events"] = events
     return counts
 

@@ -76,7 +76,7 @@ def _run(write_through, requests, directory, on_disk=True):
         assert not limiter.dirty
         return perf_counter() - start
 
-    elapsed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    elapsed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.001))
     return elapsed, state.writes
 
 
