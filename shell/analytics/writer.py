@@ -44,6 +44,7 @@ from shell.analytics.events import EVENTS, Emitter, Priority, QueuedEvent
 from shell.monitor.alerts import Alert, AlertLog, Severity
 from shell.ratelimit import WallClock
 from shell.service import Service
+from shell.sqlitedb import apply_migrations
 from shell.timers import TimerHandle, TimerWheel
 
 logger = logging.getLogger(__name__)
@@ -113,33 +114,13 @@ class SchemaError(RuntimeError):
     """The database's schema is newer than this program knows; nothing was changed."""
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
-
-
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Apply the migrations that take *conn*'s database to version *target*; return the version found.
+    """Bring *conn*'s database to schema version *target*; return the version found.
 
-    Each migration runs in its own transaction together with its
-    ``user_version`` bump, so a crash leaves the database at one version or
-    the next. *conn* must be in autocommit mode (``isolation_level=None``).
+    One transaction per migration (see :func:`shell.sqlitedb.apply_migrations`).
     Raises :class:`SchemaError` if the database is newer than *target*.
     """
-    found = schema_version(conn)
-    if found > target:
-        raise SchemaError(f"analytics database has schema version {found}; this triobot knows up to {target}")
-    for version in range(found + 1, target + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[version - 1]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version:d}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        logger.info("analytics database migrated to schema version %d", version)
-    return found
+    return apply_migrations(conn, MIGRATIONS, target, name="analytics", newer_error=SchemaError)
 
 
 class AnalyticsStore:

@@ -40,6 +40,7 @@ from typing import NamedTuple, Protocol, TypeVar
 import trio
 
 from shell.service import Service
+from shell.sqlitedb import apply_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -429,17 +430,4 @@ class MemoryStore(Service):
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per migration."""
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"memory database schema version {version} is newer than this code's {SCHEMA_VERSION}")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[target - 1]:
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {target:d}")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        logger.info("memory database migrated to schema version %d", target)
+    apply_migrations(connection, MIGRATIONS, SCHEMA_VERSION, name="memory", newer_error=StoreError)
